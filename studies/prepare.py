@@ -49,7 +49,7 @@ def command_prepare(study_file: str, *, force: bool = False) -> int:
 def prepare_datapoint_study(definition, context: ModelContext, *, force: bool) -> tuple[int, int]:
     """Prepare a study whose items are datapoints (simulation and error studies)."""
     from engine.explain import ExplainConfig, explain_item
-    from studies.item_bundle import item_bundle_parts
+    from studies.item_bundle import write_item_bundle
 
     split = definition.selection.split
     dataset = context.dataset(split)
@@ -98,7 +98,7 @@ def prepare_datapoint_study(definition, context: ModelContext, *, force: bool) -
             # Error-categorization participants are shown both answers: they are the stimulus.
             header["shown_answers"] = {"model": answer_key[key]["prediction"],
                                        "correct": answer_key[key]["ground_truth"]}
-        item_bundle_parts(definition.name, key, header, datapoint, explanation,
+        write_item_bundle(definition.name, key, header, context.model, datapoint, explanation,
                           definition.stages_needed, pool_datapoints)
         built += 1
 
