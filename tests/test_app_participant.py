@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+import streamlit as st
 from app_fixtures import APP_SCRIPT, FixtureStudy, build_study
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -174,7 +175,10 @@ def test_resume_lands_on_first_unanswered(monkeypatch, tmp_path):
     continue_after_feedback(app, practice_key)
     first_counted = answer_item(app)
 
-    # A new AppTest is a new browser session: only the URL carries over.
+    # A new AppTest with emptied caches stands for a restarted server and a reopened
+    # tab: only the URL and the response store carry over.
+    st.cache_resource.clear()
+    st.cache_data.clear()
     resumed = open_app(study, participant=token)
     participant, _ = participant_row(study, token)
     answered = (practice_key, first_counted)
