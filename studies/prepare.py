@@ -22,7 +22,7 @@ from studies.bundles import bundle_ready, write_answer_key, write_item_list
 from studies.context import ModelContext
 from studies.definition import load_study
 from studies.errors import StudyInputError
-from studies.selection import answer_choices, item_key, select_datapoints
+from studies.selection import answer_choices, check_indices, item_key, select_datapoints
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def prepare_datapoint_study(definition, context: ModelContext, *, force: bool) -
 
     split = definition.selection.split
     dataset = context.dataset(split)
+    check_indices(definition.selection, len(dataset))
     outputs = context.split_outputs(split)
     question_types = [q.question_type for q in dataset.questions]
     selected = select_datapoints(definition.selection, np.array(question_types), outputs.predictions,

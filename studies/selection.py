@@ -30,6 +30,16 @@ def item_key(split: str, index: int) -> str:
     return f"{split}-{index:05d}"
 
 
+def check_indices(selection, n_questions: int) -> None:
+    """Raise ``StudyInputError`` for an explicit item index outside the split."""
+    for position, index in enumerate(selection.indices or []):
+        if not 0 <= index < n_questions:
+            raise StudyInputError(
+                f"selection.indices[{position}]: item index {index} is out of range for the "
+                f"{selection.split} split, which has indices 0 to {n_questions - 1}. "
+                f"Use indices inside that range.")
+
+
 def select_datapoints(
     selection,
     question_types: np.ndarray,
@@ -57,11 +67,7 @@ def select_datapoints(
     """
     n_questions = len(labels)
     if selection.indices:
-        for position, index in enumerate(selection.indices):
-            if not 0 <= index < n_questions:
-                raise StudyInputError(
-                    f"selection.indices[{position}]: item index {index} is out of range for the "
-                    f"{selection.split} split, which has indices 0 to {n_questions - 1}.")
+        check_indices(selection, n_questions)
         indices = [int(i) for i in selection.indices]
         return SelectedItems(indices[:selection.practice], indices[selection.practice:])
 

@@ -63,4 +63,6 @@ def command_serve(study_file: str, *, port: int, address: str) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(app),
                "--server.port", str(port), "--server.address", address,
                "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    return subprocess.call(command)
+    # The app finds study files by name in MVIZ_STUDIES_DIR: serve the folder of this file.
+    environment = {**os.environ, "MVIZ_STUDIES_DIR": str(Path(study_file).resolve().parent)}
+    return subprocess.call(command, cwd=paths.REPOSITORY_ROOT, env=environment)
