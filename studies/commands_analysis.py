@@ -129,9 +129,15 @@ def load_study_tables(study_file: str, database_url: str | None) -> StudyTables:
 
     definition = load_study(study_file)
     engine, store_url = _open_store(database_url)
+    coding_version = None
     try:
         with Session(engine) as session:
             long_table = load_long_table(session, definition.name, _answer_key_for(definition))
+            if definition.type == "concept":
+                from studies.coding import attach_categories
+
+                long_table, coding_version = attach_categories(long_table, session,
+                                                               definition.name)
     finally:
         engine.dispose()
 
@@ -139,11 +145,19 @@ def load_study_tables(study_file: str, database_url: str | None) -> StudyTables:
         practice = len(long_table)
         detail = f" (only {practice} practice responses)" if practice else ""
         raise StudyInputError(f"Study {definition.name!r}: {NO_RESPONSES_MESSAGE}{detail}.")
-    return StudyTables(definition, long_table, summarize(definition, long_table), store_url)
+    summary = summarize(definition, long_table, coding_version=coding_version)
+    return StudyTables(definition, long_table, summary, store_url)
 
 
-def summarize(definition: StudyDefinition, long_table: pd.DataFrame) -> pd.DataFrame:
-    """Return the summary table for the study's type, conditions in the study's order."""
+def summarize(
+    definition: StudyDefinition, long_table: pd.DataFrame, *, coding_version: int | None = None
+) -> pd.DataFrame:
+    """Return the summary table for the study's type, conditions in the study's order.
+
+    A concept study's summary gets a ``coding_version`` column: the version of the coding
+    whose categories the long table carries (``studies.coding.attach_categories``), or
+    missing when none was saved.
+    """
     from studies.analysis import concept_summary, error_summary, simulation_summary
 
     options = {"n_bootstrap": N_BOOTSTRAP, "random_state": BOOTSTRAP_SEED}
@@ -151,8 +165,15 @@ def summarize(definition: StudyDefinition, long_table: pd.DataFrame) -> pd.DataF
         return simulation_summary(long_table, definition.conditions,
                                   feature_conditions=definition.feature_conditions, **options)
     if definition.type == "concept":
-        return concept_summary(long_table, definition.conditions, **options)
-    return error_summary(long_table, definition.conditions, **options)
+        summary = concept_summary(long_table, definition.conditions, **options)
+        summary.insert(1, "coding_version",
+                       pd.array([coding_version] * len(summary), dtype="Int64"))
+        return summary
+    from studies.coding import ERROR_CATEGORY_CODES
+
+    # Every category gets its count columns, also where no participant chose it.
+    return error_summary(long_table, definition.conditions, categories=ERROR_CATEGORY_CODES,
+                         **options)
 
 
 def _answer_key_for(definition: StudyDefinition) -> Path | None:
@@ -204,6 +225,11 @@ def _notes(summary: pd.DataFrame, study_type: str) -> list[str]:
         if not pd.isna(skipped) and skipped:
             lines.append(f"- {row.condition}: {skipped} of {N_BOOTSTRAP} bootstrap resamples of alpha "
                          "were undefined and left out of its interval")
+    if "coding_version" in summary.columns:
+        version = summary["coding_version"].iloc[0] if len(summary) else pd.NA
+        lines.append(f"- categories: coding version {version}" if not pd.isna(version) else
+                     "- categories: no coding saved yet, so alpha is undefined; save one "
+                     "with studies.coding.save_coding")
     lines.extend(f"- {text}" for text in MEASURE_NOTES[study_type])
     lines.append(f"- {ALPHA_NOTE}")
     return lines

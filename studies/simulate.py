@@ -7,12 +7,18 @@ participants carry ``simulated=True`` and the external id ``simulated-<n>`` (sto
 as every external id), so the analysis can tell them apart and a second run resumes them
 instead of adding new ones.
 
+The answer generators of the three study types are ``model_prediction_answers``
+(simulation), ``concept_answers`` (free-text concepts with typing variants, so that coding
+has work to do) and ``error_answers`` (error categories). ``command_simulate`` picks the
+one of the study's type.
+
 ``detection_power`` estimates by Monte Carlo how many participants per condition a study
 needs to detect a difference in correctness between two conditions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import warnings
@@ -23,6 +29,7 @@ import numpy as np
 from scipy import stats
 from sqlalchemy.orm import Session
 
+from studies.coding import CONCEPT_MAX_LENGTH, ERROR_CATEGORY_CODES
 from studies.definition import CONDITION_STAGES, StudyDefinition
 from studies.errors import StudyInputError
 from studies.participation import (
@@ -50,6 +57,38 @@ DEFAULT_SIMULATION_ACCURACY: dict[str, float] = {
     "MultiViz": 0.80,
     "R_l+P": 0.70,
     "R_g+P": 0.70,
+}
+
+# Share of features for which a simulated participant of a concept condition writes the
+# feature's own concept. Otherwise they write another concept of the vocabulary. NOTE:
+# made-up pilot values that rise with the views shown, not results of any study.
+DEFAULT_CONCEPT_AGREEMENT: dict[str, float] = {
+    "R_l": 0.40,
+    "R_l+R_g without maps": 0.55,
+    "R_l+R_g": 0.70,
+}
+
+# Share of items for which a simulated participant of an error condition picks the item's
+# own error category. The other two categories share the rest equally. NOTE: made-up
+# pilot values, not results of any study.
+DEFAULT_ERROR_AGREEMENT: dict[str, float] = {
+    "No viz": 0.45,
+    "MultiViz": 0.70,
+}
+
+# Concepts that simulated participants write for features of an easy-VQA model, each with
+# the phrasings they use. Several phrasings of one concept, plus typos and case variants,
+# give the coding merges to find.
+DEFAULT_CONCEPT_VOCABULARY: dict[str, tuple[str, ...]] = {
+    "red": ("red color", "the colour red", "red", "red shapes"),
+    "blue": ("blue", "blue color", "the color blue"),
+    "green": ("green", "green colour", "green shapes"),
+    "yellow": ("yellow", "yellow color", "the colour yellow"),
+    "circle": ("circle", "round shape", "circles"),
+    "triangle": ("triangle shape", "triangle", "triangles"),
+    "rectangle": ("rectangle", "rectangular shape", "rectangles"),
+    "color question": ("questions about color", "asks for the colour", "color question"),
+    "shape question": ("questions about shape", "asks what shape it is", "shape question"),
 }
 
 
@@ -98,18 +137,182 @@ def model_prediction_answers(accuracy: Mapping[str, float]) -> AnswerGenerator:
     return answer
 
 
-def _simulation_accuracy(accuracy: Mapping[str, float] | None) -> dict[str, float]:
-    merged = dict(DEFAULT_SIMULATION_ACCURACY)
-    merged.update(accuracy or {})
+def concept_answers(
+    agreement: Mapping[str, float] | None = None,
+    vocabulary: Mapping[str, Sequence[str]] | None = None,
+    *,
+    seed: int = 0,
+    typo_rate: float = 0.15,
+    surface_rate: float = 0.3,
+) -> AnswerGenerator:
+    """Return an answer generator of concept studies: a short text and a confidence.
+
+    Each feature (item key) has its own concept, drawn from ``vocabulary`` by a hash of
+    ``seed`` and the item key, so every participant shares it. With probability
+    ``agreement[condition]`` a participant writes a phrasing of that concept, otherwise a
+    phrasing of another concept, uniformly. The phrasing then gets a typo with probability
+    ``typo_rate`` (two letters swapped, a letter dropped or doubled) and, with probability
+    ``surface_rate``, another case or a trailing full stop. The confidence is 3 to 5 on the
+    feature's own concept and 1 to 3 otherwise, uniformly.
+
+    Parameters
+    ----------
+    agreement : mapping of condition to float, optional
+        Missing conditions take ``DEFAULT_CONCEPT_AGREEMENT``, which contains made-up values.
+    vocabulary : mapping of str to sequence of str, optional
+        Concept -> its phrasings; at least two concepts. ``DEFAULT_CONCEPT_VOCABULARY`` when
+        None.
+    seed : int
+        Seed of the concept of each feature.
+    typo_rate, surface_rate : float
+        Probabilities from 0 to 1.
+
+    Raises
+    ------
+    StudyInputError
+        For an unknown condition, a probability outside [0, 1], or a vocabulary with fewer
+        than two concepts, a concept without phrasings or a phrasing that is empty or
+        longer than ``CONCEPT_MAX_LENGTH``.
+    """
+    shares = _merged_shares("concept", DEFAULT_CONCEPT_AGREEMENT, agreement, "agreement")
+    phrasings = _checked_vocabulary(DEFAULT_CONCEPT_VOCABULARY if vocabulary is None
+                                    else vocabulary)
+    for name, rate in (("typo_rate", typo_rate), ("surface_rate", surface_rate)):
+        _check_share(name, rate)
+    concepts = list(phrasings)
+
+    def answer(item: SimulatedItem, rng: random.Random) -> SimulatedAnswer:
+        own = concepts[_stable_index(seed, item.item_key, len(concepts))]
+        on_concept = rng.random() < shares[item.condition]
+        concept = own if on_concept else rng.choice([c for c in concepts if c != own])
+        text = rng.choice(phrasings[concept])
+        if rng.random() < typo_rate:
+            text = _with_typo(text, rng)
+        if rng.random() < surface_rate:
+            text = _with_surface_variant(text, rng)
+        confidence = rng.randint(3, 5) if on_concept else rng.randint(1, 3)
+        return SimulatedAnswer(text[:CONCEPT_MAX_LENGTH], confidence=confidence)
+
+    return answer
+
+
+def error_answers(
+    agreement: Mapping[str, float] | None = None, *, seed: int = 0
+) -> AnswerGenerator:
+    """Return an answer generator of error studies: an error category and a confidence.
+
+    Each item has its own error category, drawn from the item's choices (the codes of
+    ``studies.coding.ERROR_CATEGORIES`` when it has none) by a hash of ``seed`` and the
+    item key. A participant picks it with probability ``agreement[condition]`` and each
+    other category with an equal share of the rest. The confidence is 3 to 5 on the
+    item's category and 1 to 4 otherwise, uniformly.
+
+    Parameters
+    ----------
+    agreement : mapping of condition to float, optional
+        Missing conditions take ``DEFAULT_ERROR_AGREEMENT``, which contains made-up values.
+    seed : int
+        Seed of the category of each item.
+
+    Raises
+    ------
+    StudyInputError
+        For an unknown condition or a probability outside [0, 1].
+    """
+    shares = _merged_shares("error", DEFAULT_ERROR_AGREEMENT, agreement, "agreement")
+
+    def answer(item: SimulatedItem, rng: random.Random) -> SimulatedAnswer:
+        categories = list(item.choices) if item.choices else list(ERROR_CATEGORY_CODES)
+        own = categories[_stable_index(seed, item.item_key, len(categories))]
+        others = [category for category in categories if category != own]
+        on_category = rng.random() < shares[item.condition] or not others
+        chosen = own if on_category else rng.choice(others)
+        confidence = rng.randint(3, 5) if on_category else rng.randint(1, 4)
+        return SimulatedAnswer(chosen, confidence=confidence)
+
+    return answer
+
+
+def _stable_index(seed: int, item_key: str, n: int) -> int:
+    # A hash instead of Python's hash(), which changes between processes for strings.
+    digest = hashlib.sha256(f"{seed}:{item_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
+def _with_typo(text: str, rng: random.Random) -> str:
+    letters = [position for position, character in enumerate(text) if character.isalpha()]
+    if len(letters) < 3:
+        return text
+    position = rng.choice(letters[:-1])
+    kind = rng.choice(("swap", "drop", "double"))
+    if kind == "swap" and text[position] != text[position + 1]:
+        return text[:position] + text[position + 1] + text[position] + text[position + 2:]
+    if kind == "drop":
+        return text[:position] + text[position + 1:]
+    return text[:position] + text[position] + text[position:]
+
+
+def _with_surface_variant(text: str, rng: random.Random) -> str:
+    kind = rng.choice(("upper", "title", "capitalize", "full stop"))
+    if kind == "upper":
+        return text.upper()
+    if kind == "title":
+        return text.title()
+    if kind == "capitalize":
+        return text.capitalize()
+    return text + "."
+
+
+def _check_share(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise StudyInputError(f"{name}: invalid value {value!r}; use a share from 0 to 1")
+
+
+def _merged_shares(
+    study_type: str,
+    defaults: Mapping[str, float],
+    given: Mapping[str, float] | None,
+    name: str,
+) -> dict[str, float]:
+    merged = dict(defaults)
+    merged.update(given or {})
+    allowed = CONDITION_STAGES[study_type]
     for condition, value in merged.items():
-        if condition not in CONDITION_STAGES["simulation"]:
+        if condition not in allowed:
             raise StudyInputError(
-                f"accuracy: unknown condition {condition!r}; allowed: "
-                f"{', '.join(CONDITION_STAGES['simulation'])}")
+                f"{name}: unknown condition {condition!r}; allowed: {', '.join(allowed)}")
         if not 0.0 <= value <= 1.0:
             raise StudyInputError(
-                f"accuracy[{condition!r}]: invalid value {value!r}; use a share from 0 to 1")
+                f"{name}[{condition!r}]: invalid value {value!r}; use a share from 0 to 1")
     return merged
+
+
+def _checked_vocabulary(vocabulary: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    if len(vocabulary) < 2:
+        raise StudyInputError(
+            f"vocabulary: {len(vocabulary)} concepts given; give at least two, so that "
+            "participants can disagree")
+    checked: dict[str, list[str]] = {}
+    for concept, phrasings in vocabulary.items():
+        if isinstance(phrasings, str) or not phrasings:
+            raise StudyInputError(
+                f"vocabulary[{concept!r}]: invalid phrasings {phrasings!r}; give a list of "
+                "one or more texts")
+        for phrasing in phrasings:
+            if not isinstance(phrasing, str) or not phrasing.strip():
+                raise StudyInputError(
+                    f"vocabulary[{concept!r}]: invalid phrasing {phrasing!r}; use a non-empty "
+                    "text")
+            if len(phrasing) > CONCEPT_MAX_LENGTH:
+                raise StudyInputError(
+                    f"vocabulary[{concept!r}]: a phrasing has {len(phrasing)} characters; "
+                    f"shorten it to at most {CONCEPT_MAX_LENGTH}")
+        checked[concept] = list(phrasings)
+    return checked
+
+
+def _simulation_accuracy(accuracy: Mapping[str, float] | None) -> dict[str, float]:
+    return _merged_shares("simulation", DEFAULT_SIMULATION_ACCURACY, accuracy, "accuracy")
 
 
 def _check_simulation_inputs(
@@ -141,6 +344,7 @@ def simulate_participants(
     random_state: int,
     accuracy: Mapping[str, float] | None = None,
     answer_generator: AnswerGenerator | None = None,
+    max_length: int | None = None,
 ) -> list[Participant]:
     """Run simulated participants through the study, as the app runs real ones.
 
@@ -168,7 +372,11 @@ def simulate_participants(
         ``DEFAULT_SIMULATION_ACCURACY``, which holds made-up pilot values.
     answer_generator : callable, optional
         ``(SimulatedItem, random.Random) -> SimulatedAnswer``. Required for concept and
-        error studies; simulation studies default to ``model_prediction_answers``.
+        error studies (``concept_answers``, ``error_answers``); simulation studies
+        default to ``model_prediction_answers``.
+    max_length : int, optional
+        Maximum number of characters of a free-text answer, checked as the app checks it
+        (``CONCEPT_MAX_LENGTH`` for concept studies).
 
     Returns
     -------
@@ -205,7 +413,7 @@ def simulate_participants(
                                  random_state=rng, simulated=True)
         if participant.finished_at is None:
             _participate(session, participant, rng, answer_generator, answer_key, choices,
-                         feature_conditions, practice)
+                         feature_conditions, practice, max_length)
         simulated.append(participant)
     logger.info("simulated %d participants of study %r", participants, definition.name)
     return simulated
@@ -220,6 +428,7 @@ def _participate(
     choices: Mapping[str, Sequence[str]],
     feature_conditions: set[str],
     practice: set[str],
+    max_length: int | None,
 ) -> None:
     give_consent(session, participant)
     condition = participant.condition.name
@@ -233,7 +442,7 @@ def _participate(
         response = answer_generator(item, rng)
         submit_response(session, participant, item_key, answer=response.answer,
                         allowed_answers=item_choices, helpful_view=response.helpful_view,
-                        confidence=response.confidence)
+                        confidence=response.confidence, max_length=max_length)
     finish(session, participant)
 
 
@@ -326,53 +535,86 @@ def _check_power_inputs(
 
 def command_simulate(study_file: str, *, participants: int, seed: int = 0,
                      database_url: str | None = None) -> int:
-    """Run ``mviz simulate``: add simulated participants to a prepared simulation study.
+    """Run ``mviz simulate``: add simulated participants to a prepared study.
 
-    Reads the study file, its prepared items, answer key and answer choices, opens the
-    response store (``database_url`` or the default) and prints the progress per condition.
-    Returns the exit code 0.
+    Reads the study file and its prepared items, and for each study type what its answer
+    generator needs: the answer key and answer choices (simulation), nothing (concept), or
+    the answer key when present (error). Answers come from ``model_prediction_answers``,
+    ``concept_answers`` or ``error_answers`` with their default values, seeded with
+    ``seed``. Opens the response store (``database_url`` or the default) and prints the
+    progress per condition. Returns the exit code 0.
     """
     from sqlalchemy.orm import Session
 
-    from studies.bundles import list_items, load_answer_key, load_bundle
+    from studies.bundles import list_items
     from studies.definition import load_study
     from studies.participation import progress_by_condition
     from studies.store import create_store, mask_url
     from studies.store import database_url as default_database_url
 
     definition = load_study(study_file)
-    if definition.type != "simulation":
-        raise StudyInputError(
-            f"{study_file}: mviz simulate supports simulation studies only; this is a "
-            f"{definition.type} study")
     item_keys, practice_keys = list_items(definition.name)
-    answer_key = load_answer_key(definition.name)
-    choices = {key: list(load_bundle(definition.name, key)["choices"]) for key in item_keys}
+    inputs = _type_inputs(definition, item_keys, seed)
 
     url = database_url or default_database_url()
     engine = create_store(url)
     try:
         with Session(engine) as session:
-            simulate_participants(session, definition, item_keys, practice_keys, answer_key,
-                                  choices, participants=participants, random_state=seed)
+            simulate_participants(session, definition, item_keys, practice_keys,
+                                  inputs.answer_key, inputs.choices, participants=participants,
+                                  random_state=seed, answer_generator=inputs.answer_generator,
+                                  max_length=inputs.max_length)
             rows = progress_by_condition(session, definition.name)
     finally:
         engine.dispose()
 
+    width = max(14, *(len(row["condition"]) for row in rows))
     print(f"Study {definition.name}: {participants} simulated participants in {mask_url(url)}")
     for row in rows:
-        print(f"  {row['condition']:<14} joined {row['joined']:>3}  finished {row['finished']:>3}"
-              f"  simulated {row['simulated']:>3}  responses {row['responses']:>4}")
+        print(f"  {row['condition']:<{width}} joined {row['joined']:>3}  finished "
+              f"{row['finished']:>3}  simulated {row['simulated']:>3}  responses "
+              f"{row['responses']:>4}")
     return 0
+
+
+@dataclass(frozen=True)
+class _TypeInputs:
+    answer_key: Mapping[str, Mapping[str, str]]
+    choices: Mapping[str, Sequence[str]]
+    answer_generator: AnswerGenerator | None
+    max_length: int | None
+
+
+def _type_inputs(definition: StudyDefinition, item_keys: Sequence[str], seed: int) -> _TypeInputs:
+    """Return what ``simulate_participants`` needs for the study's type."""
+    from studies import paths
+    from studies.bundles import load_answer_key, load_bundle
+
+    name = definition.name
+    if definition.type == "simulation":
+        # The default generator (model_prediction_answers) is built and checked there.
+        choices = {key: list(load_bundle(name, key)["choices"]) for key in item_keys}
+        return _TypeInputs(load_answer_key(name), choices, None, None)
+    if definition.type == "concept":
+        return _TypeInputs({}, {}, concept_answers(seed=seed), CONCEPT_MAX_LENGTH)
+
+    answer_key = load_answer_key(name) if paths.answer_key_path(name).is_file() else {}
+    choices = {key: list(ERROR_CATEGORY_CODES) for key in item_keys}
+    return _TypeInputs(answer_key, choices, error_answers(seed=seed), None)
 
 
 __all__ = [
     "AnswerGenerator",
+    "DEFAULT_CONCEPT_AGREEMENT",
+    "DEFAULT_CONCEPT_VOCABULARY",
+    "DEFAULT_ERROR_AGREEMENT",
     "DEFAULT_SIMULATION_ACCURACY",
     "SimulatedAnswer",
     "SimulatedItem",
     "command_simulate",
+    "concept_answers",
     "detection_power",
+    "error_answers",
     "model_prediction_answers",
     "simulate_participants",
 ]
