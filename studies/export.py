@@ -50,6 +50,7 @@ KNOWN_DTYPES: dict[str, str] = {
     "coded_responses": "int64",
     "units_full_agreement": "int64",
     "alpha_bootstrap_skipped": "Int64",
+    "coding_version": "Int64",
 }
 
 LATEX_SPECIAL_CHARACTERS = {

@@ -268,6 +268,10 @@ def create_store(url: str | None = None, *,
         _configure_sqlite(engine, busy_timeout_s)
 
     try:
+        # The coding tables of concept studies live in studies.coding on the same Base;
+        # importing it here registers them whatever the caller imported first.
+        import studies.coding  # noqa: F401
+
         Base.metadata.create_all(engine)
     except DBAPIError as error:
         engine.dispose()

@@ -72,7 +72,7 @@ def test_create_store_creates_file_and_tables(data_dir, engine):
     assert (data_dir / "mviz.sqlite3").is_file()
     tables = set(sqlalchemy.inspect(engine).get_table_names())
     assert tables == {"studies", "conditions", "items", "participants", "presentations",
-                      "responses"}
+                      "responses", "codings", "coded_responses"}
 
 
 def test_create_store_sqlite_pragmas(engine):
