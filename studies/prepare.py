@@ -89,6 +89,7 @@ def prepare_datapoint_study(definition, context: ModelContext, *, force: bool) -
         question = dataset[index]
         header = {
             "study": definition.name, "item_key": key, "practice": key in practice_keys,
+            "dataset": definition.dataset, "split": split, "index": index,
             "question": question.question, "question_type": question.question_type,
         }
         if definition.type == "simulation":
