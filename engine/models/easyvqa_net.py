@@ -146,11 +146,24 @@ class EasyVQAModel:
         return self.head(batch.inputs["image"], mean_pool(hidden, attention_mask))
 
     def predict(self, datapoints: Sequence[Datapoint], batch_size: int = 256) -> ModelOutput:
-        """Run ``forward`` without gradients in batches; outputs are concatenated."""
+        """Return the outputs of many datapoints, without gradients.
+
+        Equal to ``forward(encode(datapoints))``, but MiniLM runs once per distinct
+        question (easy-VQA has about a hundred), which makes a whole split cheap.
+        """
+        questions = sorted({str(d["question"]) for d in datapoints})
+        row_of_question = {question: row for row, question in enumerate(questions)}
         logits, features = [], []
         with torch.no_grad():
+            tokens = self.tokenizer(questions, padding=True, return_tensors="pt")
+            hidden = self.encoder(**tokens).last_hidden_state
+            pooled = mean_pool(hidden, tokens["attention_mask"])
             for start in range(0, len(datapoints), batch_size):
-                output = self.forward(self.encode(datapoints[start:start + batch_size]))
+                chunk = [datapoints[i] for i in range(start, min(start + batch_size, len(datapoints)))]
+                pixels = torch.from_numpy(np.stack(
+                    [np.asarray(d["image"], dtype=np.float32) for d in chunk])).permute(0, 3, 1, 2)
+                rows = torch.tensor([row_of_question[str(d["question"])] for d in chunk])
+                output = self.head(pixels, pooled[rows])
                 logits.append(output.logits)
                 features.append(output.features)
         return ModelOutput(torch.cat(logits), torch.cat(features))
@@ -170,7 +183,8 @@ def load_easyvqa_model(weights: Path | str | None = None) -> EasyVQAModel:
     if not path.is_file():
         raise FileNotFoundError(
             f"Model weights file {path} does not exist. Restore the committed file with "
-            f"'git checkout -- {DEFAULT_WEIGHTS.name}' or train new weights with 'mviz train'."
+            f"'git checkout -- data/weights/{DEFAULT_WEIGHTS.name}' or train new weights with "
+            f"'mviz train'."
         )
     labels = answer_vocabulary()
     head = FusionHead(len(labels))
