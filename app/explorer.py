@@ -105,20 +105,6 @@ def explorer_study_name(study_name: str) -> str:
     return f"{study_name}/{EXPLORER_FOLDER}"
 
 
-def missing_caches(context: ModelContext, fit_to: str) -> list[Path]:
-    """Return the cache files the explorer needs that ``mviz prepare`` has not written yet.
-
-    NOTE: the file names follow ``ModelContext.split_outputs`` and ``ModelContext.sparse_fit``;
-    they must change together.
-    """
-    from engine.stages.prediction import FIT_METADATA
-    from studies.context import POOL_SPLIT
-
-    needed = [context.cache_dir / f"outputs_{POOL_SPLIT}.npz",
-              context.cache_dir / f"sparse_model_{fit_to}" / FIT_METADATA]
-    return [path for path in needed if not path.is_file()]
-
-
 def explain_datapoint(
     definition: StudyDefinition, context: ModelContext, split: str, index: int
 ) -> ExplorerView:
@@ -130,22 +116,21 @@ def explain_datapoint(
         For an index out of the split's range, or when the caches of ``mviz prepare``
         are missing (nothing is fit here).
     """
-    from engine.explain import ExplainConfig, explain_item
+    from engine.explain import explain_item
+    from studies.context import explain_config
     from studies.item_bundle import write_item_bundle
 
     dataset = context.dataset(split)
     check_index(dataset, split, index, definition.dataset)
     settings = definition.explanations
-    missing = missing_caches(context, settings.sparse_fit_to)
+    missing = context.missing_caches(settings.sparse_fit_to)
     if missing:
         raise StudyInputError(MISSING_CACHE.format(
             model=definition.model, missing=", ".join(str(path) for path in missing)))
 
     sparse_fit = context.sparse_fit(settings.sparse_fit_to)
     pool_datapoints, pool_activations = context.pool(settings.rg_pool, settings.seed)
-    config = ExplainConfig(top_tokens=settings.top_tokens, top_features=settings.top_features,
-                           rg_k=settings.rg_examples, lime_samples=settings.lime_samples,
-                           seed=settings.seed)
+    config = explain_config(settings)
     datapoint = dataset.datapoint(index)
     logger.info("Explaining %s datapoint %d for the explorer of study %r", split, index,
                 definition.name)
@@ -247,7 +232,7 @@ def _explanation(definition: StudyDefinition, split: str, index: int) -> Explore
         try:
             context = _model_context(definition.model, definition.dataset, definition.weights,
                                      data_dir)
-            missing = missing_caches(context, definition.explanations.sparse_fit_to)
+            missing = context.missing_caches(definition.explanations.sparse_fit_to)
             if missing:
                 st.error(MISSING_CACHE.format(
                     model=definition.model, missing=", ".join(str(path) for path in missing)))

@@ -87,7 +87,7 @@ class ModelContext:
     @functools.cache
     def split_outputs(self, split: str) -> SplitPredictions:
         """Return predictions and features on a whole split, from the cache when present."""
-        path = self.cache_dir / f"outputs_{split}.npz"
+        path = self._outputs_path(split)
         if path.is_file():
             with np.load(path) as cached:
                 return SplitPredictions(cached["predictions"], cached["labels"], cached["features"])
@@ -115,12 +115,28 @@ class ModelContext:
         indices = np.sort(np.random.default_rng(seed).choice(len(outputs.labels), size, replace=False))
         return DatasetView(self.dataset(POOL_SPLIT), indices), outputs.features[indices]
 
+    def missing_caches(self, fit_to: str = "model") -> list[Path]:
+        """Return the cache files of the pool outputs and the P fit that do not exist yet.
+
+        The app uses this to refuse live explanations instead of fitting inside a page.
+        """
+        from engine.stages.prediction import FIT_METADATA
+
+        needed = [self._outputs_path(POOL_SPLIT), self._sparse_fit_folder(fit_to) / FIT_METADATA]
+        return [path for path in needed if not path.is_file()]
+
+    def _outputs_path(self, split: str) -> Path:
+        return self.cache_dir / f"outputs_{split}.npz"
+
+    def _sparse_fit_folder(self, fit_to: str) -> Path:
+        return self.cache_dir / f"sparse_model_{fit_to}"
+
     @functools.cache
     def sparse_fit(self, fit_to: str = "model"):
         """Return the P fit on the validation split's features, fit once and cached."""
         from engine.stages.prediction import SparseModelFit, fit_prediction_stage
 
-        folder = self.cache_dir / f"sparse_model_{fit_to}"
+        folder = self._sparse_fit_folder(fit_to)
         if (folder / "fit.json").is_file():
             return SparseModelFit.load(folder)
         outputs = self.split_outputs(POOL_SPLIT)
@@ -128,3 +144,13 @@ class ModelContext:
         fit = fit_prediction_stage(outputs.features, outputs.predictions, outputs.labels, fit_to=fit_to)
         fit.save(folder)
         return fit
+
+
+def explain_config(explanations):
+    """Return the engine's ``ExplainConfig`` for the ``explanations`` block of a study."""
+    from engine.explain import ExplainConfig
+
+    return ExplainConfig(top_tokens=explanations.top_tokens,
+                         top_features=explanations.top_features,
+                         rg_k=explanations.rg_examples, lime_samples=explanations.lime_samples,
+                         seed=explanations.seed)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from studies import paths
 from studies.bundles import bundle_ready, write_answer_key, write_item_list
-from studies.context import ModelContext
+from studies.context import ModelContext, explain_config
 from studies.definition import load_study
 from studies.errors import StudyInputError
 from studies.selection import answer_choices, check_indices, item_key, select_datapoints
@@ -48,7 +48,7 @@ def command_prepare(study_file: str, *, force: bool = False) -> int:
 
 def prepare_datapoint_study(definition, context: ModelContext, *, force: bool) -> tuple[int, int]:
     """Prepare a study whose items are datapoints (simulation and error studies)."""
-    from engine.explain import ExplainConfig, explain_item
+    from engine.explain import explain_item
     from studies.item_bundle import write_item_bundle
 
     split = definition.selection.split
@@ -72,9 +72,7 @@ def prepare_datapoint_study(definition, context: ModelContext, *, force: bool) -
     explanations = definition.explanations
     sparse_fit = context.sparse_fit(explanations.sparse_fit_to)
     pool_datapoints, pool_activations = context.pool(explanations.rg_pool, explanations.seed)
-    config = ExplainConfig(top_tokens=explanations.top_tokens, top_features=explanations.top_features,
-                           rg_k=explanations.rg_examples, lime_samples=explanations.lime_samples,
-                           seed=explanations.seed)
+    config = explain_config(explanations)
 
     practice_keys = [item_key(split, index) for index in selected.practice]
     built = reused = 0
