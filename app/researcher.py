@@ -30,7 +30,6 @@ from streamlit.errors import StreamlitSecretNotFoundError
 
 from app import state
 from app.explorer import render_explorer
-from studies import paths
 from studies.analysis import load_long_table
 from studies.bundles import list_items
 from studies.commands_analysis import (
@@ -39,6 +38,7 @@ from studies.commands_analysis import (
     N_BOOTSTRAP,
     NO_RESPONSES_MESSAGE,
     TERMINAL_HIDDEN_COLUMNS,
+    answer_key_for,
     summarize,
 )
 from studies.definition import StudyDefinition, load_study
@@ -360,7 +360,7 @@ def _load_tables(engine, study: PreparedStudy) -> StudyTables:
     options: dict[str, int | None] = {}
     try:
         with Session(engine) as session:
-            long_table = load_long_table(session, definition.name, _answer_key_path(definition))
+            long_table = load_long_table(session, definition.name, answer_key_for(definition))
             if definition.type == "concept":
                 from studies.coding import attach_categories
 
@@ -379,21 +379,6 @@ def _load_tables(engine, study: PreparedStudy) -> StudyTables:
     except StudyInputError as error:
         return StudyTables(long_table, None, str(error))
     return StudyTables(long_table, summary)
-
-
-def _answer_key_path(definition: StudyDefinition) -> Path | None:
-    # As for `mviz analyze`: simulation studies need the answer key for correctness, error
-    # studies use it when present, concept studies have none.
-    path = paths.answer_key_path(definition.name)
-    if definition.type == "simulation":
-        if not path.is_file():
-            raise StudyInputError(
-                f"The answer key of study {definition.name!r} is missing ({path}); correctness "
-                "needs the model's predictions. Run 'mviz prepare' on the study file.")
-        return path
-    if definition.type == "error" and path.is_file():
-        return path
-    return None
 
 
 @st.cache_data(show_spinner="Computing the summary (alpha with bootstrap intervals)...",

@@ -132,7 +132,7 @@ def load_study_tables(study_file: str, database_url: str | None) -> StudyTables:
     coding_version = None
     try:
         with Session(engine) as session:
-            long_table = load_long_table(session, definition.name, _answer_key_for(definition))
+            long_table = load_long_table(session, definition.name, answer_key_for(definition))
             if definition.type == "concept":
                 from studies.coding import attach_categories
 
@@ -176,7 +176,7 @@ def summarize(
                          **options)
 
 
-def _answer_key_for(definition: StudyDefinition) -> Path | None:
+def answer_key_for(definition: StudyDefinition) -> Path | None:
     """Return the answer key path: required for simulation studies, used by error studies when present."""
     path = paths.answer_key_path(definition.name)
     if definition.type == "simulation":
