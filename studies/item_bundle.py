@@ -20,7 +20,7 @@ PICTURE_SCALE = 4
 TOP_REGIONS = 3
 
 
-class _BundleBuilder:
+class BundleBuilder:
     """Collects arrays and pictures under the names that ``bundle.json`` refers to."""
 
     def __init__(self) -> None:
@@ -61,7 +61,7 @@ def write_item_bundle(
     """Render and write the bundle of one datapoint item with the requested stages."""
     image_name, text_name = image_and_text_modalities(model)
     image = np.asarray(datapoint[image_name], dtype=np.float32)
-    builder = _BundleBuilder()
+    builder = BundleBuilder()
     stages = set(stages)
 
     content = {"format": BUNDLE_FORMAT, **header,
@@ -78,7 +78,7 @@ def write_item_bundle(
                                     for feature in explanation.features]
     if "R_g" in stages:
         content["stages"]["R_g"] = [
-            _global(builder, model, feature, pool_datapoints, image_name, text_name)
+            global_view(builder, model, feature, pool_datapoints, image_name, text_name)
             for feature in explanation.features]
     if "P" in stages:
         content["stages"]["P"] = _prediction(explanation)
@@ -133,7 +133,12 @@ def _local(builder, feature, image, image_name, text_name) -> dict[str, Any]:
             "token_to_image": interactions["token_to_image"]}
 
 
-def _global(builder, model, feature, pool_datapoints, image_name, text_name) -> dict[str, Any]:
+def global_view(builder, model, feature, pool_datapoints, image_name, text_name) -> dict[str, Any]:
+    """Render the R_g entry of one feature: its top and bottom pool datapoints with U maps.
+
+    ``feature`` needs the attributes ``feature`` (j), ``top`` and ``bottom`` (lists of
+    ``engine.explain.PoolExample``), as ``engine.explain.FeatureExplanation`` has them.
+    """
     j = feature.feature
     view: dict[str, Any] = {"feature": j}
     for ranking, examples in (("top", feature.top), ("bottom", feature.bottom)):
