@@ -6,8 +6,13 @@ resumes at the first unanswered item. Session state holds only page navigation t
 may be lost: whether the instructions were read and which practice answer awaits its
 feedback. It never holds an answer key.
 
+The flow is the same for the three study types; only the item page, its instructions
+and the practice feedback differ. Simulation items are drawn here, concept items by
+``app.concept_pages`` and error items by ``app.error_pages``.
+
 The page reads bundles only. It reads the answer key only through ``practice_feedback``,
-on the feedback page of a practice item whose answer is stored.
+on the feedback page of a practice item of a simulation study whose answer is stored.
+The live second-order gradient of error items (``app.live``) is the only engine call.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import streamlit as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import state, texts
+from app import concept_pages, error_pages, state, texts
+from app.forms import store_response
 from app.views.features import FEATURE_STAGES, render_features
 from app.views.maps import picture_path, render_map_controls
 from app.views.overview import OVERVIEW_STAGES, render_overview
@@ -34,7 +40,6 @@ from studies.participation import (
     next_item,
     record_shown,
     resume,
-    submit_response,
     touch,
 )
 from studies.store import Condition, Item, Participant, Response
@@ -46,8 +51,8 @@ STUDY_PARAMETER = "study"
 PARTICIPANT_PARAMETER = "participant"
 EXTERNAL_ID_PARAMETERS = ("PROLIFIC_PID", "external_id")
 FORBIDDEN_PARAMETERS = ("condition",)
-# Study types whose items these pages can show (they ask which answer choice the model gave).
-SERVED_STUDY_TYPES = ("simulation",)
+# Study types whose items these pages can show.
+SERVED_STUDY_TYPES = ("simulation", "concept", "error")
 
 # Session state keys. Both contain navigation only (see the module docstring).
 INSTRUCTIONS_READ_KEY = "instructions-read-by"
@@ -143,7 +148,7 @@ def _render_step(
         _render_completion(session, definition, participant)
         return
     if participant.consented_at is None:
-        _render_consent(session, participant)
+        _render_consent(session, definition, participant)
         return
 
     item_key = next_item(session, participant)
@@ -171,9 +176,11 @@ def _condition_name(session: Session, participant: Participant) -> str:
     ).scalar_one()
 
 
-def _render_consent(session: Session, participant: Participant) -> None:
+def _render_consent(
+    session: Session, definition: StudyDefinition, participant: Participant
+) -> None:
     st.title(texts.CONSENT_TITLE)
-    st.markdown(texts.CONSENT)
+    st.markdown(texts.CONSENT_BY_TYPE[definition.type])
     agreed = st.checkbox(texts.CONSENT_CHECKBOX, key="consent-checkbox")
     if st.button(texts.CONSENT_BUTTON, key="consent-continue"):
         if not agreed:
@@ -198,20 +205,30 @@ def _render_instructions(
     """Explain the task and the views of the participant's condition, and no other view."""
     stages = definition.condition_stages(condition)
     n_counted = len(participant.item_order) - len(practice_keys)
+    stage_paragraphs = [texts.STAGE_INSTRUCTIONS[stage] for stage in _ordered_stages(stages)]
+    if definition.type == "concept":
+        task, stage_paragraphs = concept_pages.instructions(
+            stages, with_maps=condition not in CONDITIONS_WITHOUT_MAPS)
+    elif definition.type == "error":
+        task, stage_paragraphs = error_pages.instructions(stage_paragraphs, stages)
+    else:
+        task = texts.INSTRUCTIONS_TASK
 
     if show_button:
         st.title(texts.INSTRUCTIONS_TITLE)
-    st.markdown(texts.INSTRUCTIONS_TASK)
+    st.markdown(task)
     if practice_keys:
-        st.markdown(texts.INSTRUCTIONS_PRACTICE.format(n_practice=len(practice_keys)))
+        practice = (texts.INSTRUCTIONS_PRACTICE if definition.type == "simulation"
+                    else texts.INSTRUCTIONS_PRACTICE_UNSCORED)
+        st.markdown(practice.format(n_practice=len(practice_keys)))
     st.markdown(texts.INSTRUCTIONS_COUNTED.format(n_counted=n_counted))
-    for stage in _ordered_stages(stages):
-        st.markdown(texts.STAGE_INSTRUCTIONS[stage])
+    for paragraph in stage_paragraphs:
+        st.markdown(paragraph)
     if stages & MAP_STAGES:
         st.markdown(texts.INSTRUCTIONS_COLORS)
     if stages & REDRAWN_STAGES:
         st.markdown(texts.INSTRUCTIONS_SLIDER)
-    if condition in definition.feature_conditions:
+    if _asks_helpful(definition, condition):
         st.markdown(texts.INSTRUCTIONS_HELPFUL)
 
     label = texts.INSTRUCTIONS_BUTTON_PRACTICE if practice_keys else texts.INSTRUCTIONS_BUTTON
@@ -226,7 +243,7 @@ def _render_practice_feedback(
     participant: Participant,
     item_key: str,
 ) -> None:
-    """Show the model's answer to a practice item that the participant has answered."""
+    """Show the participant's answer to a practice item, and the model's in a simulation study."""
     answer = _stored_answer(session, participant, item_key)
     if answer is None:
         # Only an answered item may show feedback; drop a stale navigation value.
@@ -234,8 +251,13 @@ def _render_practice_feedback(
         st.rerun()
 
     st.title(texts.FEEDBACK_TITLE)
-    prediction = practice_feedback(definition.name, item_key)
-    st.markdown(texts.FEEDBACK.format(answer=answer, prediction=prediction))
+    if definition.type == "concept":
+        concept_pages.render_feedback(answer)
+    elif definition.type == "error":
+        error_pages.render_feedback(answer)
+    else:
+        prediction = practice_feedback(definition.name, item_key)
+        st.markdown(texts.FEEDBACK.format(answer=answer, prediction=prediction))
     st.caption(texts.FEEDBACK_NOTE)
     if st.button(texts.FEEDBACK_BUTTON, key=f"feedback-continue-{item_key}"):
         del st.session_state[FEEDBACK_ITEM_KEY]
@@ -257,9 +279,13 @@ def _render_item(
     item_key: str,
     practice_keys: list[str],
 ) -> None:
-    """Draw one item: progress, picture and question, the answer form and the views."""
+    """Draw one item: progress, the item and its response form, and the views.
+
+    After a stored response the page moves on, through the feedback page for a practice item.
+    """
     condition = _condition_name(session, participant)
     stages = definition.condition_stages(condition)
+    with_maps = condition not in CONDITIONS_WITHOUT_MAPS
     bundle = state.bundle(definition.name, item_key)
     arrays = state.bundle_arrays(definition.name, item_key)
     record_shown(session, participant, item_key)
@@ -269,12 +295,29 @@ def _render_item(
         _render_instructions(definition, condition, practice_keys, participant, show_button=False)
 
     item_column, views_column = st.columns([1, 2])
-    with item_column:
-        st.image(picture_path(bundle, bundle["image"]["png"]))
-        st.markdown(texts.QUESTION.format(question=bundle["question"]))
-        _render_answer_form(session, definition, participant, condition, bundle, practice_keys)
-    with views_column:
-        _render_views(bundle, arrays, stages, with_maps=condition not in CONDITIONS_WITHOUT_MAPS)
+    if definition.type == "concept":
+        with item_column:
+            stored = concept_pages.render_concept_form(session, participant, bundle)
+        with views_column:
+            concept_pages.render_feature_views(bundle, arrays, stages, with_maps=with_maps)
+    else:
+        with item_column:
+            st.image(picture_path(bundle, bundle["image"]["png"]))
+            st.markdown(texts.QUESTION.format(question=bundle["question"]))
+            if definition.type == "error":
+                error_pages.render_shown_answers(bundle)
+                stored = error_pages.render_error_form(session, participant, bundle)
+            else:
+                stored = _render_answer_form(session, definition, participant, condition, bundle)
+        with views_column:
+            _render_views(bundle, arrays, stages, with_maps=with_maps)
+            if definition.type == "error" and stages:
+                error_pages.render_live_interactions(definition, bundle)
+
+    if stored:
+        if item_key in practice_keys:
+            st.session_state[FEEDBACK_ITEM_KEY] = item_key
+        st.rerun()
 
 
 def _render_progress(participant: Participant, item_key: str, practice_keys: list[str]) -> None:
@@ -307,12 +350,11 @@ def _render_answer_form(
     participant: Participant,
     condition: str,
     bundle: Mapping[str, Any],
-    practice_keys: list[str],
-) -> None:
-    """Draw the answer form; on a valid submit, store the response and move on."""
+) -> bool:
+    """Draw the answer form of a simulation item; return True when a response was stored."""
     item_key = bundle["item_key"]
     choices = answer_options(bundle)
-    asks_helpful = condition in definition.feature_conditions
+    asks_helpful = _asks_helpful(definition, condition)
 
     with st.form(key=f"answer-form-{item_key}"):
         answer = st.radio(texts.ANSWER_LABEL, choices, index=None, key=f"answer-{item_key}")
@@ -322,30 +364,25 @@ def _render_answer_form(
                                key=f"helpful-{item_key}")
         submitted = st.form_submit_button(texts.SUBMIT_BUTTON)
     if not submitted:
-        return
+        return False
 
     if answer is None:
         st.warning(texts.ANSWER_MISSING)
-        return
+        return False
     if asks_helpful and helpful is None:
         st.warning(texts.HELPFUL_MISSING)
-        return
-    try:
-        submit_response(
-            session, participant, item_key,
-            answer=answer,
-            allowed_answers=choices,
-            helpful_view=texts.HELPFUL_OPTIONS[helpful] if helpful is not None else None,
-        )
-    except StudyInputError as error:
-        logger.warning("Rejected a response of participant %d to item %r: %s",
-                       participant.id, item_key, error)
-        st.error(str(error))
-        return
+        return False
+    return store_response(
+        session, participant, item_key,
+        answer=answer,
+        allowed_answers=choices,
+        helpful_view=texts.HELPFUL_OPTIONS[helpful] if helpful is not None else None,
+    )
 
-    if item_key in practice_keys:
-        st.session_state[FEEDBACK_ITEM_KEY] = item_key
-    st.rerun()
+
+def _asks_helpful(definition: StudyDefinition, condition: str) -> bool:
+    """Return whether the condition asks which view helped more (simulation studies only)."""
+    return definition.type == "simulation" and condition in definition.feature_conditions
 
 
 def _render_views(

@@ -92,18 +92,22 @@ def _cached_sync(
 
 def bundle(study_name: str, item_key: str) -> dict[str, Any]:
     """Return the item's ``bundle.json`` content, with its folder under ``"dir"``."""
-    stamp = _completion_stamp(study_name, item_key)
+    stamp = completion_stamp(study_name, item_key)
     return _cached_bundle(study_name, item_key, str(paths.data_dir()), stamp)
 
 
 def bundle_arrays(study_name: str, item_key: str) -> dict[str, np.ndarray]:
     """Return the item's arrays (the maps that views redraw at another opacity)."""
-    stamp = _completion_stamp(study_name, item_key)
+    stamp = completion_stamp(study_name, item_key)
     return _cached_arrays(study_name, item_key, str(paths.data_dir()), stamp)
 
 
-def _completion_stamp(study_name: str, item_key: str) -> int:
-    # A rebuilt bundle gets a new COMPLETE marker, so its time invalidates the cache.
+def completion_stamp(study_name: str, item_key: str) -> int:
+    """Return the time of the bundle's COMPLETE marker in ns, or 0 when it is missing.
+
+    A rebuilt bundle gets a new marker, so cache keys that contain this time never
+    serve the old bundle's content.
+    """
     marker = bundle_dir(study_name, item_key) / "COMPLETE"
     try:
         return marker.stat().st_mtime_ns

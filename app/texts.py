@@ -38,19 +38,37 @@ JOIN_FAILED = "You could not be added to this study: {reason}"
 RESEARCHER_UNAVAILABLE = "The researcher area is not available on this server."
 
 CONSENT_TITLE = "Before you start"
-CONSENT = """
+_CONSENT_INVITATION = """
 You are invited to take part in a research study on how people understand the
 explanations of a machine-learning model. The model looks at a picture and answers a
-question about it. For each question you see explanations of the model and guess which
-answer **the model** gave. The model is sometimes wrong, so the true answer is not always
-the model's answer.
-
+question about it.
+""".strip()
+_CONSENT_TERMS = """
 - Participation is voluntary and you may stop at any time.
 - We record your answers and the time you take. We do not ask for your name. A panel id,
   when the link contains one, is stored only as a salted hash.
 - Your answers are analysed in aggregate and may be published without anything that
   identifies you.
 """.strip()
+# The task of each study type, in one or two sentences of the consent page.
+_CONSENT_TASKS = {
+    "simulation": (
+        "For each question you see explanations of the model and guess which answer "
+        "**the model** gave. The model is sometimes wrong, so the true answer is not always "
+        "the model's answer."
+    ),
+    "concept": (
+        "For each item you see what one part of the model responds to, and you describe in "
+        "a few words the concept you think it detects."
+    ),
+    "error": (
+        "For each item you see a question that the model answered wrongly, and you say what "
+        "kind of error you think the model made."
+    ),
+}
+CONSENT_BY_TYPE = {study_type: f"{_CONSENT_INVITATION} {task}\n\n{_CONSENT_TERMS}"
+                   for study_type, task in _CONSENT_TASKS.items()}
+CONSENT = CONSENT_BY_TYPE["simulation"]
 CONSENT_CHECKBOX = "I have read the information above and agree to take part."
 CONSENT_BUTTON = "Continue"
 CONSENT_MISSING = "Please tick the box to agree before you continue."
@@ -131,6 +149,11 @@ HOW_TO_READ = {
         "How to read this: the outlined area is a picture region. Red words raise its "
         "effect on the answer, blue words lower it."
     ),
+    "C_live": (
+        "How to read this: red parts of the picture raise the effect of the word on the "
+        "model's answer, blue parts lower it. An outlined square is one of the picture "
+        "regions whose effect depends most on the chosen words together."
+    ),
     "R_l": (
         "How to read this: the number says how strongly the feature responds to this item. "
         "Red pixels and words make it respond more, blue ones less."
@@ -181,3 +204,90 @@ COMPLETION_TITLE = "Thank you!"
 COMPLETION = "You have answered every item. Your completion code is:"
 COMPLETION_LINK = "Return to the panel and confirm your participation"
 COMPLETION_NOTE = "You can close this page now."
+
+# Concept-labelling studies: the participant describes what one feature detects.
+INSTRUCTIONS_PRACTICE_UNSCORED = (
+    "You start with {n_practice} practice item(s). They do not count."
+)
+CONCEPT_INSTRUCTIONS_TASK = """
+Inside the model, units called **features** respond to patterns in the picture and the
+question. Each item shows one feature. Look at what makes it respond, then write in a
+few words the concept you think it stands for (for example a colour, a shape or a kind
+of question), and say how confident you are.
+""".strip()
+# One paragraph per stage that a concept condition shows.
+CONCEPT_STAGE_INSTRUCTIONS = {
+    "R_l": (
+        "**One item.** You see a picture and question to which the feature responds "
+        "fairly strongly, with a number for how strongly, and colours that show which "
+        "pixels and words make it respond."
+    ),
+    "R_g": (
+        "**Other items.** You also see the three items of a large set to which the feature "
+        "responds most, and the three to which it responds least."
+    ),
+}
+CONCEPT_RG_MAPS = "Those items carry colours too, which show what makes the feature respond."
+CONCEPT_FEATURE_HEADER = "Feature {feature}"
+CONCEPT_LOCAL = "**An item to which this feature responds**"
+CONCEPT_LABEL = "What concept does this feature stand for?"
+CONCEPT_HELP = "A few words, such as a colour, a shape or a kind of question."
+CONCEPT_MISSING = (
+    "Please describe the concept in a few words before you submit; an answer of spaces "
+    "only does not count."
+)
+CONCEPT_FEEDBACK = "You wrote:"
+
+CONFIDENCE_LABEL = "How confident are you?"
+CONFIDENCE_OPTIONS = {1: "1 (not confident)", 2: "2", 3: "3", 4: "4", 5: "5 (very confident)"}
+CONFIDENCE_MISSING = "Please say how confident you are, from 1 to 5."
+
+# Error-categorization studies: the participant says where the model's error comes from.
+ERROR_INSTRUCTIONS_TASK = """
+Each item is a question that the model answered **wrongly**. You see the picture, the
+question, the correct answer and the model's answer. Decide where the error most likely
+comes from, and say how confident you are:
+""".strip()
+# What each error category means, keyed by the stored code (studies.coding.ERROR_CATEGORIES).
+ERROR_CATEGORY_HELP = {
+    "unimodal": (
+        "the model misread the picture or the question on its own, for example it did not "
+        "see the shape's colour or did not notice which word matters."
+    ),
+    "interaction": (
+        "the model read the picture and the question, but did not connect the question's "
+        "words with the right parts of the picture."
+    ),
+    "prediction": (
+        "the model read and connected both correctly, but its last step still chose the "
+        "wrong answer."
+    ),
+}
+ERROR_LIVE_INSTRUCTIONS = (
+    "**Interactions for words you choose.** Below the other views you can pick words of the "
+    "question. The model then computes, for each word, which parts of the picture matter "
+    "together with it, and outlines the three picture regions that matter most together "
+    "with the chosen words."
+)
+ERROR_ANSWERS = "**Correct answer:** {correct}  \n**The model's answer:** {model}"
+ERROR_CATEGORY_LABEL = "Where does the model's error come from?"
+ERROR_CATEGORY_MISSING = "Please choose where the model's error comes from."
+ERROR_FEEDBACK = "You chose **{category}**."
+
+LIVE_TITLE = "Interactions for words you choose"
+LIVE_WORDS_LABEL = "Question words"
+LIVE_TYPED_LABEL = "Or type words of the question, separated by spaces"
+LIVE_BUTTON = "Show interactions"
+LIVE_NO_WORDS = "Please pick or type at least one word of the question."
+LIVE_UNKNOWN_WORD = (
+    "A typed word is not in the question, so nothing was computed. Type the words as "
+    "they appear in the question, or pick them from the list."
+)
+LIVE_SPINNER = "The model is computing the interactions..."
+LIVE_FAILED = (
+    "The interactions could not be computed on this server. Please answer the item "
+    "without them."
+)
+LIVE_WORD_CAPTION = "Together with “{token}”"
+LIVE_REGIONS = "**The three picture regions that matter most together with the chosen words**"
+LIVE_REGION_CAPTION = "Region {rank}"

@@ -50,22 +50,26 @@ def render_features(
             title += f" (responds {float(local[feature]['activation']):.2f} to this item)"
         with st.expander(title, expanded=position == 0):
             if feature in local:
-                _render_local(bundle, arrays, local[feature], opacity)
+                render_local(bundle, arrays, local[feature], opacity)
             if feature in examples:
-                _render_examples(examples[feature], bundle, with_maps=with_maps)
+                render_examples(examples[feature], bundle, with_maps=with_maps)
 
 
 def _by_feature(entries: list[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
     return {int(entry["feature"]): entry for entry in entries}
 
 
-def _render_local(
+def render_local(
     bundle: Mapping[str, Any],
     arrays: Mapping[str, np.ndarray],
     entry: Mapping[str, Any],
     opacity: float,
 ) -> None:
-    # R_l: U and C of this item with the feature as target.
+    """Draw R_l of one feature: U and C of the bundle's datapoint with the feature as target.
+
+    ``bundle`` provides the datapoint (``"image"``, ``"tokens"``, ``"dir"``, ``"item_key"``)
+    and ``entry`` is one feature's R_l entry of the bundle format.
+    """
     map_column, token_column = st.columns(2)
     if "image_gradient" in entry:
         map_column.image(heatmap_picture(bundle, arrays, entry["image_gradient"], opacity))
@@ -79,11 +83,14 @@ def _render_local(
     st.caption(texts.HOW_TO_READ["R_l"])
 
 
-def _render_examples(
+def render_examples(
     entry: Mapping[str, Any], bundle: Mapping[str, Any], *, with_maps: bool
 ) -> None:
-    # R_g: the datapoints of the pool with the largest activation of the feature, and
-    # the smallest when the bundle has them. Their maps are stored pictures.
+    """Draw R_g of one feature: the pool datapoints with its largest activations.
+
+    The datapoints with the smallest activations follow when ``entry`` has them. Their
+    maps are stored pictures, shown only when ``with_maps`` is true.
+    """
     st.markdown(texts.RG_TOP)
     for example in entry.get("top", []):
         _render_example(example, bundle, with_maps=with_maps)

@@ -77,6 +77,22 @@ def heatmap_picture(
     scores = arrays.get(entry.get("array", ""))
     if image is None or scores is None or scores.shape != image.shape[:2]:
         return picture_path(bundle, entry["png"])
+    return overlay_picture(image, scores, opacity)
+
+
+def overlay_picture(image: np.ndarray, scores: np.ndarray, opacity: float) -> np.ndarray:
+    """Return ``scores`` drawn over ``image`` at ``opacity``, enlarged for display.
+
+    Parameters
+    ----------
+    image : ndarray of shape (height, width, 3), floats in [0, 1]
+    scores : ndarray of shape (height, width)
+
+    Returns
+    -------
+    ndarray of shape (factor * height, factor * width, 3), uint8
+        With ``factor = DISPLAY_SIZE // max(height, width)``, at least 1.
+    """
     overlay = overlay_heatmap(image, scores, opacity=opacity)
     return upscale(overlay, _display_factor(overlay))
 
@@ -102,6 +118,22 @@ def outlined_region(
     image = _item_image(bundle, arrays)
     if image is None or mask.shape != image.shape[:2]:
         return picture_path(bundle, bundle["image"]["png"])
+    return outline_region(image, mask)
+
+
+def outline_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return ``image`` enlarged for display with the region ``mask`` outlined.
+
+    Parameters
+    ----------
+    image : ndarray of shape (height, width, 3), floats in [0, 1]
+    mask : ndarray of shape (height, width), bool
+
+    Returns
+    -------
+    ndarray of shape (factor * height, factor * width, 3), uint8
+        With ``factor = DISPLAY_SIZE // max(height, width)``, at least 1.
+    """
     factor = _display_factor(image)
     picture = upscale(np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8), factor)
     region = upscale(np.asarray(mask, dtype=bool), factor)
