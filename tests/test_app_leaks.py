@@ -183,7 +183,7 @@ def test_missing_study_rejected(monkeypatch, tmp_path):
     assert not study.database_path.exists()
 
 
-def test_unserved_study_type_rejected(monkeypatch, tmp_path):
+def test_unprepared_study_rejected(monkeypatch, tmp_path):
     study = build_study(monkeypatch, tmp_path, ["U"])
     document = yaml.safe_load((study.studies_dir / f"{study.name}.yaml").read_text())
     document.update(name="concept-study", type="concept", conditions=["R_l"])
@@ -193,7 +193,7 @@ def test_unserved_study_type_rejected(monkeypatch, tmp_path):
     app = AppTest.from_file(str(APP_SCRIPT), default_timeout=TIMEOUT_S)
     app.query_params["study"] = "concept-study"
     app.run()
-    assert app.error[0].value == texts.STUDY_TYPE_NOT_SERVED
+    assert app.error[0].value == texts.STUDY_NOT_READY
     assert not study.database_path.exists()
 
 
