@@ -64,6 +64,15 @@ class ExplainConfig:
     use_lime: bool = True
     grid_cell: int = 8
 
+    def __post_init__(self) -> None:
+        for name in ("top_tokens", "top_features", "rg_k", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ExplainConfig.{name} is {getattr(self, name)!r}; use a "
+                                 f"non-negative integer.")
+        if self.lime_samples < 2 or self.grid_cell < 1:
+            raise ValueError(f"ExplainConfig has lime_samples={self.lime_samples!r} and "
+                             f"grid_cell={self.grid_cell!r}; use at least 2 and 1.")
+
 
 @dataclass
 class PoolExample:
@@ -209,7 +218,7 @@ def explain_item(
     ItemExplanation
     """
     config = config or ExplainConfig()
-    _check_inputs(model, sparse_fit, pool_datapoints, pool_activations)
+    _check_inputs(model, datapoint, sparse_fit, pool_datapoints, pool_activations)
     report = progress or (lambda step, total, message: None)
 
     with torch.no_grad():
@@ -260,7 +269,11 @@ def explain_item(
                            config)
 
 
-def _check_inputs(model, sparse_fit, pool_datapoints, pool_activations) -> None:
+def _check_inputs(model, datapoint, sparse_fit, pool_datapoints, pool_activations) -> None:
+    missing = [m.name for m in model.modalities if m.name not in datapoint]
+    if missing:
+        raise ValueError(f"The datapoint has no value for modality {', '.join(missing)} of model "
+                         f"{model.name!r}; pass a mapping with one entry per modality.")
     n_features = int(model.n_features)
     if sparse_fit.coef.shape != (len(model.label_names), n_features):
         raise ValueError(f"The sparse model has weights of shape {sparse_fit.coef.shape}, but "

@@ -175,11 +175,18 @@ def test_explain_item_target_class_override(stage_series_setup):
     assert [f.feature for f in result.features] == [j for j, _ in fit.top_features(other, 2)]
 
 
-def test_explain_item_rejects_mismatched_pool(stage_series_setup):
+def test_explain_item_rejects_invalid_inputs(stage_series_setup):
     model, pool, activations, fit = stage_series_setup
     with pytest.raises(ValueError, match="one row per pool datapoint"):
         explain_item(model, pool[0], sparse_fit=fit, pool_datapoints=pool[:10],
                      pool_activations=activations)
+    with pytest.raises(ValueError, match="top_features"):
+        ExplainConfig(top_features=-1)
+    with pytest.raises(ValueError, match="lime_samples"):
+        ExplainConfig(lime_samples=1)
+    with pytest.raises(ValueError, match="no value for modality static"):
+        explain_item(model, {"series": pool[0]["series"]}, sparse_fit=fit,
+                     pool_datapoints=pool, pool_activations=activations)
 
 
 def test_global_representation_ties_and_order():
