@@ -25,3 +25,4 @@ test: install
 
 bench: install
 	$(BIN)/python bench/bench_stages.py
+	$(BIN)/python bench/bench_prepare.py

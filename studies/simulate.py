@@ -574,7 +574,28 @@ def command_simulate(study_file: str, *, participants: int, seed: int = 0,
         print(f"  {row['condition']:<{width}} joined {row['joined']:>3}  finished "
               f"{row['finished']:>3}  simulated {row['simulated']:>3}  responses "
               f"{row['responses']:>4}")
+    if definition.type == "simulation":
+        _print_power(definition, seed)
     return 0
+
+
+POWER_BASELINE = 0.6
+POWER_DIFFERENCES = (0.1, 0.2, 0.3)
+
+
+def _print_power(definition: StudyDefinition, seed: int) -> None:
+    """Print the chance of detecting a difference in correctness between two conditions."""
+    n_items = definition.selection.counted
+    sizes = sorted({definition.participants_per_condition, 10, 20, 40})
+    print(f"\nPower to detect a difference in mean correctness between two conditions "
+          f"(baseline {POWER_BASELINE:.1f}, {n_items} counted items, Welch's t-test at 0.05, "
+          f"Monte Carlo):")
+    print("  participants per condition  " + "  ".join(f"+{d:.1f}" for d in POWER_DIFFERENCES))
+    for n in sizes:
+        powers = [detection_power(n, POWER_BASELINE, POWER_BASELINE + d, n_items,
+                                  n_simulations=1000, random_state=seed)
+                  for d in POWER_DIFFERENCES]
+        print(f"  {n:>26}  " + "  ".join(f"{p:4.2f}" for p in powers))
 
 
 @dataclass(frozen=True)
