@@ -1,11 +1,9 @@
 """``mviz prepare`` on real easy-VQA items with the committed model, and its bad input."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from study_files import write_study_copy
 
 from studies import paths
 from studies.bundles import COMPLETE_MARKER, list_items, load_answer_key, load_bundle
@@ -14,18 +12,8 @@ from studies.cli import main
 BUILT_IN = paths.STUDIES_DIR / "easyvqa_simulation.yaml"
 
 
-def write_study(folder: Path, **changes) -> Path:
-    """Write a copy of the built-in study with ``changes`` applied (dotted keys allowed)."""
-    study = yaml.safe_load(BUILT_IN.read_text())
-    for key, value in changes.items():
-        *parents, leaf = key.split(".")
-        node = study
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    path = folder / f"{study['name']}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+def write_study(folder, **changes):
+    return write_study_copy(BUILT_IN, folder, **changes)
 
 
 @pytest.fixture(scope="module")

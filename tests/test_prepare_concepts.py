@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
+from study_files import write_study_copy
 
 from engine.stages import RegularizationPath, SparseModelFit
 from studies import paths
@@ -31,17 +31,7 @@ POOL_SIZE = 150
 
 
 def write_concept_study(folder, **changes):
-    """Write a copy of the built-in concept study with ``changes`` applied (dotted keys allowed)."""
-    study = yaml.safe_load(BUILT_IN.read_text())
-    for key, value in changes.items():
-        *parents, leaf = key.split(".")
-        node = study
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    path = folder / f"{study['name']}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return write_study_copy(BUILT_IN, folder, **changes)
 
 
 def seed_validation_outputs(context: ModelContext, n_questions: int) -> None:
