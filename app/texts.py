@@ -35,7 +35,6 @@ INVALID_PARTICIPANT = (
     "`participant=...` to start a new session."
 )
 JOIN_FAILED = "You could not be added to this study: {reason}"
-RESEARCHER_UNAVAILABLE = "The researcher area is not available on this server."
 
 CONSENT_TITLE = "Before you start"
 _CONSENT_INVITATION = """

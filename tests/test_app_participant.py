@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import streamlit as st
@@ -293,15 +291,15 @@ def test_completion_link_carries_code(monkeypatch, tmp_path):
     assert reopened.code[0].value == code
 
 
-def test_researcher_route_without_area(monkeypatch, tmp_path):
+def test_researcher_route_shows_password_gate(monkeypatch, tmp_path):
     build_study(monkeypatch, tmp_path, ["U"])
     page = AppTest.from_file(str(APP_SCRIPT), default_timeout=TIMEOUT_S)
     page.query_params["researcher"] = "1"
     page.run()
 
-    has_area = importlib.util.find_spec("app.researcher") is not None
-    assert (texts.RESEARCHER_UNAVAILABLE in page.info.values) == (not has_area)
     assert page.title.values != [texts.CONSENT_TITLE]
+    assert len(page.text_input) == 1
+    assert page.text_input[0].proto.type == page.text_input[0].proto.PASSWORD
 
 
 def test_region_scores_layouts_agree():
