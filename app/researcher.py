@@ -1,12 +1,15 @@
 """The researcher area (``?researcher=1``): a password gate, then one study at a time.
 
-After the password, the researcher picks a prepared study and sees four tabs:
+After the password, the researcher picks a prepared study and sees four tabs (five for
+concept studies):
 
 - Progress: per condition, participants joined, active and finished, and responses,
   against the participants the study file asks for;
 - Summary: the summary table of ``mviz analyze``, computed live from the response store;
 - Downloads: the long table and the summary in every format of ``mviz export``;
-- Explorer: every stage of any datapoint of the study's dataset (``app.explorer``).
+- Explorer: every stage of any datapoint of the study's dataset (``app.explorer``);
+- Coding, for concept studies only: the free-text concepts coded into categories and
+  saved as coding versions (``app.coding_page``).
 
 The password comes from Streamlit secrets (``researcher_password``), else from the
 ``MVIZ_RESEARCHER_PASSWORD`` environment variable, else from the file that ``mviz serve``
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session
 from streamlit.errors import StreamlitSecretNotFoundError
 
 from app import state
+from app.coding_page import render_coding
 from app.explorer import render_explorer
 from studies.analysis import load_long_table
 from studies.bundles import list_items
@@ -94,6 +98,8 @@ NO_STUDIES = (
 SKIPPED_STUDIES = "Study files not listed ({count})"
 STUDY_LABEL = "Study"
 TAB_NAMES = ("Progress", "Summary", "Downloads", "Explorer")
+# Shown after TAB_NAMES for concept studies only.
+CODING_TAB = "Coding"
 
 
 def render() -> None:
@@ -126,7 +132,9 @@ def render() -> None:
                  f"{error}")
         return
 
-    progress_tab, summary_tab, downloads_tab, explorer_tab = st.tabs(list(TAB_NAMES))
+    has_coding = study.definition.type == "concept"
+    tabs = st.tabs([*TAB_NAMES, CODING_TAB] if has_coding else list(TAB_NAMES))
+    progress_tab, summary_tab, downloads_tab, explorer_tab = tabs[:len(TAB_NAMES)]
     with progress_tab:
         render_progress(engine, study)
     tables = _load_tables(engine, study)
@@ -136,6 +144,9 @@ def render() -> None:
         render_downloads(study.definition, tables)
     with explorer_tab:
         render_explorer(study.definition)
+    if has_coding:
+        with tabs[len(TAB_NAMES)]:
+            render_coding(study.definition, engine)
 
 
 # --------------------------------------------------------------------------------------
