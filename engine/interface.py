@@ -119,3 +119,7 @@ class MultimodalModel(Protocol):
     def forward(self, batch: EncodedBatch) -> ModelOutput:
         """Run the model on continuous inputs; differentiable in ``batch.inputs``."""
         ...
+
+    # Optional, for text modalities with subword tokens (LIME perturbs token lists):
+    # def join_atoms(self, modality: str, atoms: Sequence[str]) -> str:
+    #     """Return the raw text whose encoding has exactly these atoms."""

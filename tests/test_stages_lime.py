@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -160,3 +161,16 @@ def test_lime_rejects_vector_modality():
     model = SeriesModel()
     with pytest.raises(ValueError, match="image and text"):
         lime_importance(model, series_datapoints(1)[0], class_target(0), "series")
+
+
+def test_lime_text_keeps_subword_tokens(stage_easyvqa):
+    model, datapoint = stage_easyvqa
+    question = {**datapoint, "question": "what is the teal shape?"}
+    tokens = model.encode([question]).atoms["question"][0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = lime_importance(model, question, class_target(0), "question", n_samples=60)
+
+    assert "##l" in tokens
+    assert result.scores.shape == (len(tokens),)

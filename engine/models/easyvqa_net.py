@@ -139,6 +139,10 @@ class EasyVQAModel:
             atom_positions={"question": positions},
         )
 
+    def join_atoms(self, modality: str, atoms: Sequence[str]) -> str:
+        """Return the question whose tokens are ``atoms``, merging WordPiece pieces ("##")."""
+        return self.tokenizer.convert_tokens_to_string(list(atoms))
+
     def forward(self, batch: EncodedBatch) -> ModelOutput:
         attention_mask = batch.extras["attention_mask"]
         hidden = self.encoder(inputs_embeds=batch.inputs["question"],

@@ -255,12 +255,22 @@ def _lime_text(
         raise ValueError(f"The tokens {atoms} of modality {modality!r} contain spaces, so they "
                          f"cannot be joined and split on spaces for LIME.")
     # LIME's words are the model's tokens joined by spaces, so its scores are per atom.
+    # A wrapper with subword tokens ("tea", "##l") provides join_atoms to turn a perturbed
+    # token list back into the text its tokenizer splits the same way ("teal").
+    join_atoms = getattr(model, "join_atoms", None)
+
+    def model_text(spaced_tokens: str) -> str:
+        if join_atoms is None:
+            return spaced_tokens
+        return join_atoms(modality, spaced_tokens.split(" "))
+
     text = " ".join(atoms)
-    rejoined = encode_one(model, {**datapoint, modality: text}).atoms[modality][0]
+    rejoined = encode_one(model, {**datapoint, modality: model_text(text)}).atoms[modality][0]
     if rejoined != atoms:
         message = (f"Re-encoding the tokens of {modality!r} joined by spaces gives {rejoined}, "
                    f"not {atoms}; LIME scores stay per token, but the model sees re-split "
-                   f"subword tokens in the perturbed questions.")
+                   f"subword tokens in the perturbed texts. Give the model wrapper a "
+                   f"join_atoms method that inverts its tokenizer.")
         logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
@@ -268,7 +278,8 @@ def _lime_text(
         # A question of n tokens has at most 2^n masks, so most of the samples repeat:
         # the model runs once per distinct text.
         distinct, rows = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-        values = classify([{**datapoint, modality: str(perturbed)} for perturbed in distinct])
+        values = classify([{**datapoint, modality: model_text(str(perturbed))}
+                           for perturbed in distinct])
         return values[rows.reshape(-1)]
 
     explainer = LimeTextExplainer(split_expression=" ", bow=False, mask_string=mask_string,
