@@ -423,7 +423,7 @@ def summary_notes(summary: pd.DataFrame, study_type: str) -> tuple[list[str], li
         version = summary["coding_version"].iloc[0]
         if pd.isna(version):
             warnings.append("No coding of the concept texts is saved yet, so alpha is "
-                            "undefined; save one with studies.coding.save_coding.")
+                            "undefined; code the concepts in the Coding tab and save.")
         else:
             notes.append(f"Categories: coding version {version}.")
     return warnings, [*notes, *MEASURE_NOTES[study_type], ALPHA_NOTE]

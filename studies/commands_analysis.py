@@ -228,8 +228,8 @@ def _notes(summary: pd.DataFrame, study_type: str) -> list[str]:
     if "coding_version" in summary.columns:
         version = summary["coding_version"].iloc[0] if len(summary) else pd.NA
         lines.append(f"- categories: coding version {version}" if not pd.isna(version) else
-                     "- categories: no coding saved yet, so alpha is undefined; save one "
-                     "with studies.coding.save_coding")
+                     "- categories: no coding saved yet, so alpha is undefined; code the "
+                     "concepts in the Coding tab of the researcher area and save")
     lines.extend(f"- {text}" for text in MEASURE_NOTES[study_type])
     lines.append(f"- {ALPHA_NOTE}")
     return lines
