@@ -182,7 +182,8 @@ def load_long_table(
         known = session.scalars(select(Study.name).order_by(Study.name)).all()
         raise StudyInputError(
             f"Study {study_name!r} is not in the response store (studies there: "
-            f"{', '.join(known) or 'none'}). Serve the study or run 'mviz simulate' first."
+            f"{', '.join(known) or 'none'}). Prepare it with 'mviz prepare', then serve it "
+            f"or run 'mviz simulate'."
         )
     key_items = load_answer_key(answer_key, study_name) if answer_key is not None else None
 

@@ -560,6 +560,7 @@ def command_simulate(study_file: str, *, participants: int, seed: int = 0,
     engine = create_store(url)
     try:
         with Session(engine) as session:
+            before = _simulated_count(session, definition.name)
             simulate_participants(session, definition, item_keys, practice_keys,
                                   inputs.answer_key, inputs.choices, participants=participants,
                                   random_state=seed, answer_generator=inputs.answer_generator,
@@ -569,7 +570,10 @@ def command_simulate(study_file: str, *, participants: int, seed: int = 0,
         engine.dispose()
 
     width = max(14, *(len(row["condition"]) for row in rows))
-    print(f"Study {definition.name}: {participants} simulated participants in {mask_url(url)}")
+    added = sum(row["simulated"] for row in rows) - before
+    print(f"Study {definition.name}: {participants} simulated participants in total, {added} "
+          f"new (simulated participant n always gets the same id, so a rerun adds only the "
+          f"missing ones), in {mask_url(url)}")
     for row in rows:
         print(f"  {row['condition']:<{width}} joined {row['joined']:>3}  finished "
               f"{row['finished']:>3}  simulated {row['simulated']:>3}  responses "
@@ -577,6 +581,16 @@ def command_simulate(study_file: str, *, participants: int, seed: int = 0,
     if definition.type == "simulation":
         _print_power(definition, seed)
     return 0
+
+
+def _simulated_count(session, study_name: str) -> int:
+    """Return how many simulated participants the study has in the store (0 before its sync)."""
+    from studies.participation import progress_by_condition
+
+    try:
+        return sum(row["simulated"] for row in progress_by_condition(session, study_name))
+    except StudyInputError:
+        return 0
 
 
 POWER_BASELINE = 0.6
