@@ -271,7 +271,6 @@ def _lime_text(
                    f"not {atoms}; LIME scores stay per token, but the model sees re-split "
                    f"subword tokens in the perturbed texts. Give the model wrapper a "
                    f"join_atoms method that inverts its tokenizer.")
-        logger.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def classify_texts(texts: list[str]) -> np.ndarray:
