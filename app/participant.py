@@ -220,7 +220,9 @@ def _render_instructions(
     if practice_keys:
         practice = (texts.INSTRUCTIONS_PRACTICE if definition.type == "simulation"
                     else texts.INSTRUCTIONS_PRACTICE_UNSCORED)
-        st.markdown(practice.format(n_practice=len(practice_keys)))
+        count = len(practice_keys)
+        items = "1 practice item" if count == 1 else f"{count} practice items"
+        st.markdown(practice.format(practice_items=items))
     st.markdown(texts.INSTRUCTIONS_COUNTED.format(n_counted=n_counted))
     for paragraph in stage_paragraphs:
         st.markdown(paragraph)

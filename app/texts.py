@@ -79,7 +79,7 @@ give. Explanations of the model are shown beside them. Use them to guess
 **which answer the model gave**, whether or not that answer is correct.
 """.strip()
 INSTRUCTIONS_PRACTICE = (
-    "You start with {n_practice} practice item(s). After each one you are told the model's "
+    "You start with {practice_items}. After each one you are told the model's "
     "answer, and they do not count."
 )
 INSTRUCTIONS_COUNTED = "{n_counted} items count. For those you get no feedback."
@@ -206,7 +206,7 @@ COMPLETION_NOTE = "You can close this page now."
 
 # Concept-labelling studies: the participant describes what one feature detects.
 INSTRUCTIONS_PRACTICE_UNSCORED = (
-    "You start with {n_practice} practice item(s). They do not count."
+    "You start with {practice_items}. They do not count."
 )
 CONCEPT_INSTRUCTIONS_TASK = """
 Inside the model, units called **features** respond to patterns in the picture and the

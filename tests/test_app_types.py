@@ -126,7 +126,7 @@ def test_concept_flow_reaches_completion_code(monkeypatch, tmp_path, condition):
     accept_consent(app)
     instructions = markdown_text(app)
     assert texts.CONCEPT_INSTRUCTIONS_TASK in instructions
-    assert texts.INSTRUCTIONS_PRACTICE_UNSCORED.format(n_practice=1) in instructions
+    assert texts.INSTRUCTIONS_PRACTICE_UNSCORED.format(practice_items="1 practice item") in instructions
     assert (texts.CONCEPT_STAGE_INSTRUCTIONS["R_g"] in instructions) == ("R_g" in stages)
     assert (texts.CONCEPT_RG_MAPS in instructions) == (condition == "R_l+R_g")
     assert texts.INSTRUCTIONS_HELPFUL not in instructions
