@@ -59,7 +59,11 @@ class SplitPredictions:
 
 
 class ModelContext:
-    """A loaded model with its dataset, cached split outputs and the P fit."""
+    """A loaded model with its dataset, cached split outputs and the P fit.
+
+    The methods memoize with ``functools.cache``, which keeps the instance alive for the
+    process; a process uses one context per study model, so that is the intended lifetime.
+    """
 
     def __init__(self, model_name: str, dataset_name: str, weights: str | Path | None) -> None:
         if dataset_name not in DATASETS:
@@ -134,10 +138,10 @@ class ModelContext:
     @functools.cache
     def sparse_fit(self, fit_to: str = "model"):
         """Return the P fit on the validation split's features, fit once and cached."""
-        from engine.stages.prediction import SparseModelFit, fit_prediction_stage
+        from engine.stages.prediction import FIT_METADATA, SparseModelFit, fit_prediction_stage
 
         folder = self._sparse_fit_folder(fit_to)
-        if (folder / "fit.json").is_file():
+        if (folder / FIT_METADATA).is_file():
             return SparseModelFit.load(folder)
         outputs = self.split_outputs(POOL_SPLIT)
         logger.info("fitting the sparse linear model (P) to the %s", fit_to)
