@@ -21,7 +21,6 @@ from studies import paths
 from studies.bundles import bundle_ready, write_answer_key, write_item_list
 from studies.context import ModelContext, explain_config
 from studies.definition import load_study
-from studies.errors import StudyInputError
 from studies.selection import answer_choices, check_indices, item_key, select_datapoints
 
 logger = logging.getLogger(__name__)
@@ -114,4 +113,4 @@ def _answers_by_type(question_types: list[str], label_ids, label_names) -> dict[
     return {question_type: sorted(names) for question_type, names in answers.items()}
 
 
-__all__ = ["command_prepare", "prepare_datapoint_study", "StudyInputError"]
+__all__ = ["command_prepare", "prepare_datapoint_study"]

@@ -369,7 +369,7 @@ def simulate_participants(
     accuracy : mapping of condition to float, optional
         Simulation studies: the share of items on which participants of a condition
         answer the model's prediction. Missing conditions take
-        ``DEFAULT_SIMULATION_ACCURACY``, which holds made-up pilot values.
+        ``DEFAULT_SIMULATION_ACCURACY``, which contains made-up pilot values.
     answer_generator : callable, optional
         ``(SimulatedItem, random.Random) -> SimulatedAnswer``. Required for concept and
         error studies (``concept_answers``, ``error_answers``); simulation studies

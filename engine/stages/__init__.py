@@ -25,8 +25,8 @@ from engine.stages.prediction import (
 from engine.stages.representation import (
     Interaction,
     LocalRepresentation,
-    interactions_for,
     global_representation,
+    interactions_for,
     local_representation,
     pool_features,
 )
